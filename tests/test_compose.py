@@ -354,7 +354,9 @@ def test_airflow_environment(services: dict[str, dict[str, Any]], airflow_servic
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://"), name
         assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:"), name
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://"), name
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which the image does not
+        # have; the result backend must name the psycopg2 driver like the metadata DB does.
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://"), name
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
         for secret in (
             "AIRFLOW__API_AUTH__JWT_SECRET",

@@ -117,15 +117,23 @@ def match_services(
     the same service identity (service, provider, location) are duplicates.
     """
     frame = table_b.copy()
-    a = students.loc[students["OUTCOME"] == MATCHED, [*key, "STU_ID"]].drop_duplicates(key)
-    merged = frame.merge(a, on=key, how="left", validate="many_to_one")
-    merged.index = frame.index
-    frame["STU_ID"] = merged["STU_ID"].astype("Int64")
+    linkable = all(k in students.columns for k in key) and all(k in frame.columns for k in key)
+    if linkable:
+        a = students.loc[students["OUTCOME"] == MATCHED, [*key, "STU_ID"]]
+        # A blank key links nothing (pandas would join blank to blank).
+        a = a.dropna(subset=key).drop_duplicates(key)
+        merged = frame.merge(a, on=key, how="left", validate="many_to_one")
+        merged.index = frame.index
+        frame["STU_ID"] = merged["STU_ID"].astype("Int64")
+    else:  # e.g. a tableA keyed by SSID only: its services cannot be tied to its students
+        frame["STU_ID"] = pd.Series(pd.NA, index=frame.index, dtype="Int64")
     outcome = pd.Series(MATCHED, index=frame.index, dtype="str")
     reason = pd.Series("", index=frame.index, dtype="str")
     outcome[frame["STU_ID"].isna()] = UNMATCHED
     reason[frame["STU_ID"].isna()] = (
         "the student's tableA row was not imported (unmatched, duplicate or in error)"
+        if linkable
+        else f"tableA has no {' + '.join(key)} column to link services to its students"
     )
     ident = [c for c in identity if c in frame.columns]
     dup = frame["STU_ID"].notna() & frame.duplicated(["STU_ID", *ident], keep=False)

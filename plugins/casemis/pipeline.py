@@ -489,7 +489,11 @@ def _status(ctx: RunContext, validation: dict[str, Any] | None) -> tuple[str, st
         return "rejected", validation["message"]
     if not (ctx.work / "load_a.json").exists():
         return "failed", "Import did not reach the load step"
-    return "success", "Import completed" + (" (dry run: nothing was written)" if ctx.dry_run else "")
+    # The report puts its own "Import completed" heading in front of this message.
+    loaded = "CSE and CSV" if (ctx.work / "load_b.json").exists() else "CSE"
+    if ctx.dry_run:
+        return "success", f"dry run: nothing was written; the counts show what {loaded} would get"
+    return "success", f"the matched rows were loaded into {loaded}"
 
 
 def last_successful_import(engine: sa.Engine, exclude_run: str) -> dict[str, Any] | None:

@@ -8,11 +8,15 @@ Airflow's skip.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from casemis import paths
 from casemis.pipeline import (
@@ -24,12 +28,24 @@ from casemis.pipeline import (
     last_successful_import,
     now_iso,
     stage_file,
+    staged_files,
 )
 from casemis.settings import ImportSettings
+
+if TYPE_CHECKING:
+    from casemis.sources import Source
 
 log = logging.getLogger(__name__)
 
 KIND_PARAMS = {"table_a": ("table_a_path", "table_a_content"), "table_b": ("table_b_path", "table_b_content")}
+# The sensor's state between pokes, in the run's staging folder.
+OBSERVATION_FILE = "observation.json"
+# A poke that finds the files waits at most this long (seconds) for them to settle, then
+# looks again; longer settle times are spread over pokes (reschedule: no slot held).
+SETTLE_IN_POKE = 60.0
+# Downloads: attempts per file and the first back-off (doubled each time), in seconds.
+FETCH_ATTEMPTS = 3
+FETCH_BACKOFF = 2.0
 
 
 class SkipRun(Exception):
@@ -38,6 +54,10 @@ class SkipRun(Exception):
 
 class BadRequest(ValueError):
     """The run's params cannot be used (the message says why)."""
+
+
+class WaitTimedOut(Exception):
+    """The files did not arrive, or kept changing, for longer than ``wait_timeout_minutes``."""
 
 
 def manual_inputs(params: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -96,8 +116,12 @@ def begin_run(run_id: str, run_type: str, params: dict[str, Any], settings: Impo
     )
 
 
-def make_source(settings: ImportSettings):  # type: ignore[no-untyped-def]
-    """The configured file location."""
+def make_source(settings: ImportSettings) -> Source:
+    """The configured file location (local folder, SMB share or SFTP site).
+
+    Only connection ids reach the source; the hooks read the credentials from the Airflow
+    connections themselves.
+    """
     from casemis.sources import make_source as build
 
     if settings.location_type == "local":
@@ -121,75 +145,233 @@ def wanted_names(ctx: RunContext, settings: ImportSettings) -> dict[str, str]:
     return names
 
 
-def poke_files(ctx: RunContext, settings: ImportSettings, params: dict[str, Any]) -> tuple[bool, str]:
-    """One look at the location: are the files there and unchanged since the last look?
+def is_permanent_failure(exc: BaseException) -> bool:
+    """True when retrying the task cannot help: bad params, wrong password, wrong host key,
+    bad location settings, a missing file at fetch time, a wait that timed out.
 
-    The previous observation is kept in the run's staging folder (shared by all workers),
-    so the sensor can run in reschedule mode without holding a worker slot.
+    The DAG fails such tasks at once instead of retrying (retrying a wrong password only
+    locks the account); dropped connections and other transport errors stay retryable.
     """
-    if manual_inputs(params):
-        return True, "files supplied with the run"
-    from casemis.sources import check_stable
+    from casemis.sources import SourceError, is_retryable
 
-    source = make_source(settings)
-    state = ctx.staging / "observation.json"
-    previous = _read_json(state)
-    names = list(wanted_names(ctx, settings).values())
-    ready, observation = check_stable(source, names, previous, min_interval=settings.stable_seconds)
-    if previous is None and all(observation["files"].values()):
-        # First look and the files are there: look again after the settle time within this
-        # poke (at most a minute), so files that are already complete need one poke only.
-        time.sleep(min(settings.stable_seconds, 60))
-        ready, observation = check_stable(source, names, observation, min_interval=min(settings.stable_seconds, 60))
-    _write_json(state, observation)
-    missing = [n for n, info in observation["files"].items() if info is None]
-    if missing:
-        return False, f"waiting for {', '.join(missing)} in {source.describe()}"
-    return ready, (
-        "files are complete" if ready else f"files found in {source.describe()}; checking they are complete"
+    if isinstance(exc, BadRequest | WaitTimedOut):
+        return True
+    return isinstance(exc, SourceError) and not is_retryable(exc)
+
+
+def _unchanged(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether two observations saw the same files, all present, with equal size and mtime."""
+    old, new = before.get("files") or {}, after.get("files") or {}
+    if not new or set(old) != set(new):
+        return False
+    return all(
+        new[name] is not None
+        and old[name] is not None
+        and int(old[name]["size"]) == int(new[name]["size"])
+        and float(old[name]["mtime"]) == float(new[name]["mtime"])
+        for name in new
     )
 
 
-def fetch_files(ctx: RunContext, settings: ImportSettings, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Copy the run's files into staging (checksummed, atomic) and check they are new.
+def poke_files(
+    ctx: RunContext,
+    settings: ImportSettings,
+    params: dict[str, Any],
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[bool, str]:
+    """One look at the location: are the files there and unchanged for ``stable_seconds``?
 
-    When the files are exactly those of the last successful import and the settings say
-    ``skip``, records that in staging and raises ``SkipRun`` (the report says so).
+    Returns ``(ready, message)``. The state between looks lives in the run's staging folder
+    (``observation.json``, shared by all workers), so the sensor can run in reschedule mode
+    without holding a worker slot: it holds the oldest observation the files still match
+    (when they stopped changing) and when this run started waiting. When the files are
+    present and the rest of the settle time is short (at most ``SETTLE_IN_POKE`` seconds),
+    the poke waits it out and looks again, so files that are already complete need one
+    poke only. Raises ``WaitTimedOut`` once ``wait_timeout_minutes`` have passed without the
+    files being ready; errors of the location (``SourceError``) propagate.
     """
+    if manual_inputs(params):
+        return True, "files supplied with the run"
+    from casemis.sources import is_stable, make_observation
+
+    source = make_source(settings)
+    where = source.describe()
+    names = list(wanted_names(ctx, settings).values())
+    interval = float(settings.stable_seconds)
+    state_path = ctx.staging / OBSERVATION_FILE
+    previous = _read_json(state_path)
+    waiting_since = float(previous.get("waiting_since", previous["observed_at"])) if previous else clock()
+
+    observation = make_observation(source.stat_many(names), clock())
+    base = previous if previous and _unchanged(previous, observation) else observation
+    complete = all(observation["files"].values())
+    if complete and not is_stable(base, observation, interval):
+        rest = max(interval - (observation["observed_at"] - base["observed_at"]), 0.0)
+        if rest <= SETTLE_IN_POKE:
+            sleep(rest)
+            observation = make_observation(source.stat_many(names), clock())
+            if not _unchanged(base, observation):
+                base = observation
+            complete = all(observation["files"].values())
+    ready = complete and is_stable(base, observation, interval)
+    _write_json(
+        state_path,
+        {
+            "observed_at": base["observed_at"],
+            "files": base["files"],
+            "last_seen_at": observation["observed_at"],
+            "waiting_since": waiting_since,
+        },
+    )
+    missing = [name for name, info in observation["files"].items() if info is None]
+    if ready:
+        sizes = ", ".join(f"{name} ({info['size']:,} bytes)" for name, info in observation["files"].items())
+        return True, f"files are complete in {where}: {sizes}"
+    if missing:
+        message = f"waiting for {', '.join(missing)} in {where}"
+    else:
+        message = (
+            f"{', '.join(names)} found in {where}; waiting until they have not changed for "
+            f"{settings.stable_seconds} s (the vendor may still be writing them)"
+        )
+    waited = clock() - waiting_since
+    if waited >= settings.wait_timeout_minutes * 60:
+        problem = f"{', '.join(missing)} did not appear" if missing else f"{', '.join(names)} kept changing"
+        raise WaitTimedOut(
+            f"gave up after {settings.wait_timeout_minutes} minute(s): {problem} in {where} "
+            "(setting wait_timeout_minutes)"
+        )
+    return False, message
+
+
+def fetch_files(ctx: RunContext, settings: ImportSettings, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Copy the run's files into ``raw/`` of its staging folder, checksummed, and return them.
+
+    Manual runs copy the path or text they were given. Otherwise each file is downloaded
+    from the location with retries on dropped connections (``fetch_with_retry``: written to
+    a ``.part`` file, size-checked, renamed), staged, and its sha256 compared with the one
+    computed during the download. The location is then looked at once more: a file that
+    changed after the sensor found it complete raises ``SourceIntegrityError`` (retryable;
+    the new observation is kept so the retry checks against it). When anything fails, the
+    partly staged files are removed, so no later task can take them as complete.
+    """
+    try:
+        return _stage_inputs(ctx, settings, params)
+    except BaseException:
+        _discard_staged(ctx)
+        raise
+
+
+def _stage_inputs(ctx: RunContext, settings: ImportSettings, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The body of :func:`fetch_files` (without the clean-up on failure)."""
+    _discard_staged(ctx)  # a retry starts from nothing
     inputs = manual_inputs(params)
     if inputs:
         for kind, (how, value) in inputs.items():
             if how == "path":
-                source = allowed_path(value, settings)
-                stage_file(ctx, kind, source=source, original_name=source.name)
+                path = allowed_path(value, settings)
+                stage_file(ctx, kind, source=path, original_name=path.name)
             else:
                 stage_file(
                     ctx, kind, content=value.encode("utf-8"), original_name=f"{RAW_NAMES[kind]} (pasted)"
                 )
     else:
-        from casemis.sources import fetch_with_retry
+        from casemis.sources import SourceIntegrityError, fetch_with_retry
 
         source = make_source(settings)
-        for kind, name in wanted_names(ctx, settings).items():
-            tmp = ctx.staging / "download" / RAW_NAMES[kind]
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            fetch_with_retry(source, name, tmp)
-            stage_file(ctx, kind, source=tmp, original_name=name)
+        names = wanted_names(ctx, settings)
+        download = ctx.staging / "download"
+        for kind, name in names.items():
+            tmp = download / RAW_NAMES[kind]
+            digest = fetch_with_retry(source, name, tmp, attempts=FETCH_ATTEMPTS, backoff=FETCH_BACKOFF)
+            info = stage_file(ctx, kind, source=tmp, original_name=name)
             tmp.unlink(missing_ok=True)
-    files = json.loads((ctx.raw / "files.json").read_text(encoding="utf-8"))
-    if ctx.trigger == "scheduled" and settings.not_refreshed == "skip":
-        _skip_if_not_refreshed(ctx, settings, files)
+            if info["sha256"] != digest:
+                raise SourceIntegrityError(f"{name} changed on the way into the staging folder; retrying")
+        _check_unchanged(ctx, source, names)
+    files = staged_files(ctx)
     log.info("staged %d file(s): %s", len(files), ", ".join(f"{f['kind']} {f['size']} bytes" for f in files))
     return files
 
 
-def _skip_if_not_refreshed(ctx: RunContext, settings: ImportSettings, files: list[dict[str, Any]]) -> None:
+def _check_unchanged(ctx: RunContext, source: Source, names: dict[str, str]) -> None:
+    """Look at the location once more after the copy: each file must still have the staged
+    size and the size/mtime the sensor found stable (``observation.json``).
+
+    A file that changed is reported with ``SourceIntegrityError`` (retryable), and the new
+    observation replaces the sensor's, so the retry accepts the file only if it has not
+    changed again by then.
+    """
+    from casemis.sources import SourceIntegrityError, make_observation
+
+    now = make_observation(source.stat_many(list(names.values())), time.time())
+    state_path = ctx.staging / OBSERVATION_FILE
+    seen = _read_json(state_path)
+    staged = {f["kind"]: f for f in staged_files(ctx)}
+    changed = []
+    for kind, name in names.items():
+        info = now["files"][name]
+        found_stable = {"files": {name: (seen["files"].get(name) if seen else info)}}
+        if (
+            info is None
+            or int(info["size"]) != staged[kind]["size"]
+            or not _unchanged(found_stable, {"files": {name: info}})
+        ):
+            changed.append(name)
+    if not changed:
+        return
+    if seen is not None:
+        _write_json(state_path, {**seen, "observed_at": now["observed_at"], "files": now["files"]})
+    raise SourceIntegrityError(
+        f"{', '.join(changed)} changed in {source.describe()} after it was found complete "
+        "(the vendor may still be writing it); the copy is discarded and the task will retry"
+    )
+
+
+def _discard_staged(ctx: RunContext) -> None:
+    """Remove whatever an earlier or failed attempt left in ``raw/`` and ``download/``."""
+    for folder in (ctx.raw, ctx.staging / "download"):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+
+
+def not_refreshed(ctx: RunContext, settings: ImportSettings, files: list[dict[str, Any]]) -> str | None:
+    """Why this run should stop because its files were already imported, or None to go on.
+
+    Applies to scheduled runs when ``settings.not_refreshed`` is ``skip``: when every staged
+    file has the sha256 of the same kind of file in the last successful import, a marker is
+    written (``work/not_refreshed.json``, read by :func:`report_extra`) and the reason is
+    returned; the DAG then skips the import and the report says the files were not
+    refreshed. With ``reimport`` (Aeries' behaviour) or on manual runs, the files are
+    imported again.
+    """
+    marker = ctx.work / "not_refreshed.json"
+    marker.unlink(missing_ok=True)  # left by an earlier try of this run, if any
+    if ctx.trigger != "scheduled" or settings.not_refreshed != "skip" or not files:
+        return None
     from casemis.db import engine_from_connection
 
-    last = last_successful_import(engine_from_connection(settings.target_conn_id), ctx.run_id)
-    if last and all(last["sha256"].get(f["kind"]) == f["sha256"] for f in files):
-        _write_json(ctx.work / "not_refreshed.json", {"since": last["finished_at"], "run_id": last["run_id"]})
-        raise SkipRun(f"the files are the ones imported on {last['finished_at']}; not importing them again")
+    engine = engine_from_connection(settings.target_conn_id)
+    try:
+        last = last_successful_import(engine, ctx.run_id)
+    finally:
+        engine.dispose()
+    if not last or not all(last["sha256"].get(f["kind"]) == f["sha256"] for f in files):
+        return None
+    _write_json(marker, {"since": last["finished_at"], "run_id": last["run_id"]})
+    when = _local_time(last["finished_at"], ctx.timezone)
+    return f"the files are the ones imported on {when}; not importing them again"
+
+
+def _local_time(value: str | None, zone: str) -> str:
+    """An ISO timestamp as ``2026-12-04 10:31 PST`` in the run's time zone (as given if unparsable)."""
+    try:
+        moment = dt.datetime.fromisoformat(str(value)).astimezone(ZoneInfo(zone))
+    except (ValueError, TypeError, KeyError):
+        return str(value)
+    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
 
 
 def report_extra(ctx: RunContext) -> dict[str, Any]:
@@ -199,7 +381,10 @@ def report_extra(ctx: RunContext) -> dict[str, Any]:
         return {}
     return {
         "status": "not_refreshed",
-        "message": f"The files have not been refreshed since {marker['since']}; nothing was imported",
+        "message": (
+            f"The files have not been refreshed since {_local_time(marker['since'], ctx.timezone)} "
+            "(identical to that import); nothing was imported"
+        ),
         "not_refreshed_since": marker["since"],
         "identical_to_last_import": True,
     }

@@ -33,6 +33,8 @@ from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 IO_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True}
+# The file sensor's hard limit: the largest wait_timeout_minutes the settings accept.
+WAIT_BACKSTOP = 24 * 3600
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -55,15 +57,21 @@ def _engine():  # type: ignore[no-untyped-def]
     return engine_from_connection(_settings().target_conn_id)
 
 
-def _schedule():  # type: ignore[no-untyped-def]
-    from casemis.schedule import timetable_from_env
+def _schedule() -> dict[str, Any]:
+    """The timetable and start date from the saved settings (see casemis.schedule)."""
+    from casemis.schedule import dag_schedule_args
 
-    return timetable_from_env()
+    return dag_schedule_args()
+
+
+SCHEDULE = _schedule()
 
 
 @dag(
     dag_id="casemis_import",
-    schedule=_schedule(),
+    schedule=SCHEDULE["schedule"],  # None while the scheduled import is disabled
+    start_date=SCHEDULE["start_date"],  # when the schedule was switched on: no past slot runs
+    is_paused_upon_creation=False,  # pausing would also hold manual runs
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -103,12 +111,27 @@ def casemis_import() -> None:
     """Wire the import's steps; each task calls a function in ``casemis.tasks``/``casemis.pipeline``."""
 
     @task.sensor(
-        task_id="wait_for_files", mode="reschedule", poke_interval=60, timeout=6 * 3600, **IO_RETRIES
+        task_id="wait_for_files",
+        mode="reschedule",
+        poke_interval=60,
+        # A backstop only: the configured wait_timeout_minutes (at most 24 h) is enforced by
+        # poke_files at run time, so changing the setting needs no DAG re-parse.
+        timeout=WAIT_BACKSTOP,
+        **IO_RETRIES,
     )
     def wait_for_files() -> Any:
         from airflow.sdk import PokeReturnValue
+        from airflow.sdk.exceptions import AirflowSensorTimeout
 
-        from casemis.tasks import BadRequest, SkipRun, begin_run, poke_files
+        from casemis.tasks import (
+            BadRequest,
+            SkipRun,
+            WaitTimedOut,
+            begin_run,
+            is_permanent_failure,
+            poke_files,
+            run_step,
+        )
 
         context = get_current_context()
         settings = _settings()
@@ -118,24 +141,39 @@ def casemis_import() -> None:
             raise AirflowSkipException(str(exc)) from None
         except BadRequest as exc:
             raise AirflowFailException(str(exc)) from None
-        ready, message = poke_files(ctx, settings, context["params"])
+        # Published before looking, so email_report can still report a wait that fails.
+        context["ti"].xcom_push(key="return_value", value=ctx.to_dict())
+        try:
+            ready, message = run_step(
+                ctx, "wait_for_files", lambda: poke_files(ctx, settings, context["params"])
+            )
+        except WaitTimedOut as exc:
+            raise AirflowSensorTimeout(str(exc)) from None
+        except Exception as exc:
+            if is_permanent_failure(exc):  # wrong password, host key, settings: never retried
+                raise AirflowFailException(str(exc)) from None
+            raise
         print(message)  # noqa: T201 - shown in the task log
         return PokeReturnValue(is_done=ready, xcom_value=ctx.to_dict())
 
     @task(**IO_RETRIES)
     def fetch_files(ctx: dict[str, Any]) -> list[dict[str, Any]]:
-        from casemis.tasks import BadRequest, SkipRun, run_step
         from casemis.tasks import fetch_files as fetch
+        from casemis.tasks import is_permanent_failure, not_refreshed, run_step
 
         run = _ctx(ctx)
+        settings = _settings()
+        params = get_current_context()["params"]
         try:
-            return run_step(
-                run, "fetch_files", lambda: fetch(run, _settings(), get_current_context()["params"])
-            )
-        except SkipRun as exc:
-            raise AirflowSkipException(str(exc)) from None
-        except BadRequest as exc:
-            raise AirflowFailException(str(exc)) from None
+            files = run_step(run, "fetch_files", lambda: fetch(run, settings, params))
+            reason = run_step(run, "fetch_files", lambda: not_refreshed(run, settings, files))
+        except Exception as exc:
+            if is_permanent_failure(exc):  # bad params, password, host key: never retried
+                raise AirflowFailException(str(exc)) from None
+            raise
+        if reason:
+            raise AirflowSkipException(reason)  # email_report says "not refreshed since ..."
+        return files
 
     @task
     def validate(ctx: dict[str, Any], _files: list[dict[str, Any]]) -> dict[str, Any]:

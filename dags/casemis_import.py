@@ -29,32 +29,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk import Param, dag, task
 
-IO_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True}
-# The file sensor's hard limit: the largest wait_timeout_minutes the settings accept.
+# Retries with exponential back-off (2 min, 4 min, 8 min) for the tasks that do I/O.
+IO_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": 2.0}
+# The file sensor's hard limit: the largest wait_timeout_minutes the settings accept. The
+# configured limit is enforced at run time, so changing it needs no DAG re-parse.
 WAIT_BACKSTOP = 24 * 3600
-
-
-def _settings():  # type: ignore[no-untyped-def]
-    from casemis.settings import load_settings
-
-    return load_settings()
-
-
-def _ctx(data: dict[str, Any] | None):  # type: ignore[no-untyped-def]
-    from casemis.pipeline import RunContext
-
-    if not data:
-        raise AirflowSkipException("no run context: the run was skipped before it started")
-    return RunContext.from_dict(data)
-
-
-def _engine():  # type: ignore[no-untyped-def]
-    from casemis.db import engine_from_connection
-
-    return engine_from_connection(_settings().target_conn_id)
 
 
 def _schedule() -> dict[str, Any]:
@@ -108,117 +89,51 @@ SCHEDULE = _schedule()
     },
 )
 def casemis_import() -> None:
-    """Wire the import's steps; each task calls a function in ``casemis.tasks``/``casemis.pipeline``."""
+    """Wire the import's steps; each task is one call into ``casemis.airflow_tasks``."""
 
     @task.sensor(
-        task_id="wait_for_files",
-        mode="reschedule",
-        poke_interval=60,
-        # A backstop only: the configured wait_timeout_minutes (at most 24 h) is enforced by
-        # poke_files at run time, so changing the setting needs no DAG re-parse.
-        timeout=WAIT_BACKSTOP,
-        **IO_RETRIES,
+        task_id="wait_for_files", mode="reschedule", poke_interval=60, timeout=WAIT_BACKSTOP, **IO_RETRIES
     )
     def wait_for_files() -> Any:
-        from airflow.sdk import PokeReturnValue
-        from airflow.sdk.exceptions import AirflowSensorTimeout
+        from casemis import airflow_tasks
 
-        from casemis.tasks import (
-            BadRequest,
-            SkipRun,
-            WaitTimedOut,
-            begin_run,
-            is_permanent_failure,
-            poke_files,
-            run_step,
-        )
-
-        context = get_current_context()
-        settings = _settings()
-        try:
-            ctx = begin_run(context["run_id"], context["dag_run"].run_type, context["params"], settings)
-        except SkipRun as exc:
-            raise AirflowSkipException(str(exc)) from None
-        except BadRequest as exc:
-            raise AirflowFailException(str(exc)) from None
-        # Published before looking, so email_report can still report a wait that fails.
-        context["ti"].xcom_push(key="return_value", value=ctx.to_dict())
-        try:
-            ready, message = run_step(
-                ctx, "wait_for_files", lambda: poke_files(ctx, settings, context["params"])
-            )
-        except WaitTimedOut as exc:
-            raise AirflowSensorTimeout(str(exc)) from None
-        except Exception as exc:
-            if is_permanent_failure(exc):  # wrong password, host key, settings: never retried
-                raise AirflowFailException(str(exc)) from None
-            raise
-        print(message)  # noqa: T201 - shown in the task log
-        return PokeReturnValue(is_done=ready, xcom_value=ctx.to_dict())
+        return airflow_tasks.wait_for_files()
 
     @task(**IO_RETRIES)
     def fetch_files(ctx: dict[str, Any]) -> list[dict[str, Any]]:
-        from casemis.tasks import fetch_files as fetch
-        from casemis.tasks import is_permanent_failure, not_refreshed, run_step
+        from casemis import airflow_tasks
 
-        run = _ctx(ctx)
-        settings = _settings()
-        params = get_current_context()["params"]
-        try:
-            files = run_step(run, "fetch_files", lambda: fetch(run, settings, params))
-            reason = run_step(run, "fetch_files", lambda: not_refreshed(run, settings, files))
-        except Exception as exc:
-            if is_permanent_failure(exc):  # bad params, password, host key: never retried
-                raise AirflowFailException(str(exc)) from None
-            raise
-        if reason:
-            raise AirflowSkipException(reason)  # email_report says "not refreshed since ..."
-        return files
+        return airflow_tasks.fetch_files(ctx)
 
     @task
     def validate(ctx: dict[str, Any], _files: list[dict[str, Any]]) -> dict[str, Any]:
-        from casemis.pipeline import ImportRejected, validate_step
-        from casemis.tasks import run_step
+        from casemis import airflow_tasks
 
-        run = _ctx(ctx)
-        try:
-            return run_step(run, "validate", lambda: validate_step(run))
-        except ImportRejected as exc:
-            raise AirflowFailException(str(exc)) from None
+        return airflow_tasks.validate(ctx)
 
     @task(**IO_RETRIES)
     def transform(ctx: dict[str, Any], _validated: dict[str, Any]) -> dict[str, Any]:
-        from casemis.pipeline import transform_step
-        from casemis.tasks import run_step
+        from casemis import airflow_tasks
 
-        run = _ctx(ctx)
-        return run_step(run, "transform", lambda: transform_step(run, _engine()))
+        return airflow_tasks.transform(ctx)
 
     @task(**IO_RETRIES)
     def load_table_a(ctx: dict[str, Any], _matched: dict[str, Any]) -> dict[str, int]:
-        from casemis.pipeline import load_table_a_step
-        from casemis.tasks import run_step
+        from casemis import airflow_tasks
 
-        run = _ctx(ctx)
-        return run_step(run, "load_table_a", lambda: load_table_a_step(run, _engine()))
+        return airflow_tasks.load_table_a(ctx)
 
     @task(**IO_RETRIES)
     def load_table_b(ctx: dict[str, Any], _loaded_a: dict[str, int]) -> dict[str, int] | None:
-        from casemis.pipeline import load_table_b_step
-        from casemis.tasks import run_step
+        from casemis import airflow_tasks
 
-        run = _ctx(ctx)
-        return run_step(run, "load_table_b", lambda: load_table_b_step(run, _engine()))
+        return airflow_tasks.load_table_b(ctx)
 
     @task(trigger_rule="all_done", retries=3, retry_delay=timedelta(minutes=5))
     def email_report(ctx: dict[str, Any] | None) -> dict[str, Any]:
-        from casemis.tasks import finish_run
+        from casemis import airflow_tasks
 
-        context = get_current_context()
-        summary = finish_run(_ctx(ctx), _settings(), context["dag_run"])
-        if summary["status"] in ("failed", "rejected"):
-            raise AirflowFailException(summary["message"])
-        return {"status": summary["status"], "counts": summary["counts"]}
+        return airflow_tasks.email_report(ctx)
 
     ctx = wait_for_files()
     files = fetch_files(ctx)

@@ -364,7 +364,8 @@ def test_airflow_environment(services: dict[str, dict[str, Any]], airflow_servic
             "AIRFLOW__CORE__FERNET_KEY",
         ):
             assert referenced_variables(env[secret]) == {secret}, f"{name}: {secret} must come from .env"
-        for var in ("CASEMIS_STAGING_DIR", "CASEMIS_REPORT_DIR"):
+        # The page (api-server) writes uploads that a worker reads: all three must be shared.
+        for var in ("CASEMIS_STAGING_DIR", "CASEMIS_REPORT_DIR", "CASEMIS_MANUAL_DIR"):
             assert env[var].startswith(SHARED_DIR + "/"), f"{name}: {var} must be on the shared volume"
         assert env["CASEMIS_STAGING_DIR"] != env["CASEMIS_REPORT_DIR"]
         assert env["CASEMIS_INCLUDE_DIR"] == "/opt/airflow/include"
@@ -564,7 +565,7 @@ def test_airflow_init_prepares_shared_volume_and_admin_password(
     result, home, passwords = _run_init_script(services, tmp_path, env)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "entrypoint.args").read_text(encoding="utf-8").split() == ["airflow", "version"]
-    for folder in ("logs", "shared/staging", "shared/reports"):
+    for folder in ("logs", "shared/staging", "shared/reports", "shared/uploads"):
         assert (home / folder).is_dir(), folder
     assert json.loads(passwords.read_text(encoding="utf-8")) == {"admin": "pa'ss\"word$1"}
     assert stat.S_IMODE(passwords.stat().st_mode) == 0o600

@@ -628,6 +628,22 @@ def test_scheduled_run_is_skipped_while_the_schedule_is_disabled(deployment: Dep
     assert begin_run("manual__x", "manual", {}, settings).trigger == "manual"  # manual runs proceed
 
 
+def test_scheduled_run_while_disabled_runs_nothing_and_stays_green(
+    deployment: Deployment, scheduled_runs: RunTypeSwitch
+) -> None:
+    deployment.drop_files(use_local(deployment))
+    deployment.configure(enabled=False)
+
+    dag_run = run_dag()
+
+    # A stale schedule that still fires while disabled does nothing, and is not a failure:
+    # every task is skipped (email_report too: there is nothing to report).
+    assert str(dag_run.state) == "success"
+    assert set(states(dag_run).values()) == {"skipped"}
+    assert not deployment.sink.messages
+    assert deployment.count("CSE") == 0
+
+
 def test_permanent_failures_are_not_retried() -> None:
     assert is_permanent_failure(SourceAuthError("x"))
     assert is_permanent_failure(SourceHostKeyError("x"))

@@ -143,10 +143,18 @@ def guarded(ctx: RunContext, step: str, fn: Callable[[], T]) -> T:
     except ImportRejected:
         raise
     except Exception as exc:
-        _write_json(marker, {"step": step, "error": type(exc).__name__, "message": _safe_message(exc)})
+        record_failure(ctx, step, exc)
         raise
     marker.unlink(missing_ok=True)
     return result
+
+
+def record_failure(ctx: RunContext, step: str, exc: BaseException) -> None:
+    """Write ``<step>.failed.json`` so the report can say which step failed and why."""
+    _write_json(
+        ctx.work / f"{step}.failed.json",
+        {"step": step, "error": type(exc).__name__, "message": _safe_message(exc)},
+    )
 
 
 def _safe_message(exc: BaseException) -> str:

@@ -308,3 +308,28 @@ def test_manual_run_refuses_a_path_outside_the_allowed_folders(deployment: Deplo
     message = deployment.sink.messages[0]
     assert message["Subject"].startswith("CASEMIS import FAILED: Import failed in fetch_files")
     assert "outside the folders" in message.get_body(("plain",)).get_content()
+
+
+def test_bad_params_fail_the_run_and_the_report_says_why(deployment: Deployment):
+    table_a = write_table_a(deployment.uploads / "tableA.csv")
+    dag_run = deployment.run({"table_a_path": str(table_a), "table_a_content": "SSID\n1234567890\n"})
+    assert str(dag_run.state) == "failed"
+    ti = states(dag_run)
+    assert ti["wait_for_files"] == "failed" and ti["email_report"] == "failed"
+    summary = deployment.summary(dag_run)
+    assert summary["status"] == "failed"
+    assert "give either table_a_path or table_a_content, not both" in summary["message"]
+    assert sorted(deployment.cse()) == [100009]  # nothing loaded
+    assert "not both" in deployment.sink.messages[0].get_body(("plain",)).get_content()
+
+
+def test_invalid_settings_fail_the_run_instead_of_showing_green(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("CASEMIS_TIME", "25:99")  # an impossible time of day
+    dag_run = deployment.run()
+    assert str(dag_run.state) == "failed"
+    ti = states(dag_run)
+    assert ti["wait_for_files"] == "failed"
+    assert ti["email_report"] == "failed"
+    assert sorted(deployment.cse()) == [100009]

@@ -654,7 +654,7 @@ def test_permanent_failures_are_not_retried() -> None:
 def test_host_key_from_ssh_keyscan_as_documented_is_accepted(
     deployment: Deployment, sftp_srv: SftpServer
 ) -> None:
-    """docs/locations.md: `ssh-keyscan -t ed25519 -p PORT HOST | cut -d' ' -f2-` is the host_key."""
+    """README "File locations": `ssh-keyscan -t ed25519 -p PORT HOST | cut -d' ' -f2-` is the host_key."""
     scan = subprocess.run(
         ["ssh-keyscan", "-t", "ed25519", "-p", str(sftp_srv.port), sftp_srv.host],
         capture_output=True,

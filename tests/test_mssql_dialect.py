@@ -3,7 +3,7 @@
 No SQL Server runs on this machine (and none can: no Docker engine, no Linux package we may
 install), so these tests compile every statement with SQLAlchemy's mssql dialect and with
 the pymssql dialect the Airflow ``mssql`` connection uses, and assert on the SQL text and its
-parameters. What that proves and what it does not is written down in docs/production.md.
+parameters. What that proves and what it does not is written down in the README (section "Production").
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 VARIABLE_DESCRIPTION = (
     "CASEMIS import settings (JSON). Edit them on the CASEMIS Import page, or here; "
-    "see docs/ui.md for every field."
+    "see the README section 'The CASEMIS Import page' for every field."
 )
 ENV_VARIABLE = "AIRFLOW_VAR_" + VARIABLE_KEY.upper()
 

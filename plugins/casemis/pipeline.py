@@ -422,6 +422,22 @@ def _service_records(rows: pd.DataFrame, with_id: bool) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _outcome_attachments(
+    rows: pd.DataFrame,
+    loaded: bool,
+    records: Callable[[pd.DataFrame, bool], pd.DataFrame],
+    names: tuple[str, str, str],
+) -> dict[str, pd.DataFrame]:
+    """Imported (only once the load committed), unmatched and duplicate records of one file."""
+    imported, unmatched, duplicates = names
+    outcome = rows["OUTCOME"]
+    return {
+        imported: records(rows[outcome == MATCHED] if loaded else rows[:0], True),
+        unmatched: records(rows[outcome == UNMATCHED], False),
+        duplicates: records(rows[outcome == DUPLICATE], False),
+    }
+
+
 def _attachments(ctx: RunContext, engine: sa.Engine | None) -> dict[str, pd.DataFrame]:
     """The CSV attachments, from whatever the earlier steps left in staging."""
     out: dict[str, pd.DataFrame] = {}
@@ -432,12 +448,8 @@ def _attachments(ctx: RunContext, engine: sa.Engine | None) -> dict[str, pd.Data
     a_rows = ctx.work / "a_rows.parquet"
     if a_rows.exists():
         rows = pd.read_parquet(a_rows)
-        loaded = (ctx.work / "load_a.json").exists()
-        out[rpt.STUDENTS_IMPORTED] = _student_records(
-            rows[rows["OUTCOME"] == MATCHED] if loaded else rows[:0], True
-        )
-        out[rpt.STUDENTS_UNMATCHED] = _student_records(rows[rows["OUTCOME"] == UNMATCHED], False)
-        out[rpt.STUDENTS_DUPLICATES] = _student_records(rows[rows["OUTCOME"] == DUPLICATE], False)
+        names = (rpt.STUDENTS_IMPORTED, rpt.STUDENTS_UNMATCHED, rpt.STUDENTS_DUPLICATES)
+        out.update(_outcome_attachments(rows, (ctx.work / "load_a.json").exists(), _student_records, names))
         if engine is not None:
             try:
                 with engine.connect() as conn:
@@ -450,12 +462,8 @@ def _attachments(ctx: RunContext, engine: sa.Engine | None) -> dict[str, pd.Data
     b_rows = ctx.work / "b_rows.parquet"
     if b_rows.exists():
         rows = pd.read_parquet(b_rows)
-        loaded = (ctx.work / "load_b.json").exists()
-        out[rpt.SERVICES_IMPORTED] = _service_records(
-            rows[rows["OUTCOME"] == MATCHED] if loaded else rows[:0], True
-        )
-        out[rpt.SERVICES_UNMATCHED] = _service_records(rows[rows["OUTCOME"] == UNMATCHED], False)
-        out[rpt.SERVICES_DUPLICATES] = _service_records(rows[rows["OUTCOME"] == DUPLICATE], False)
+        names = (rpt.SERVICES_IMPORTED, rpt.SERVICES_UNMATCHED, rpt.SERVICES_DUPLICATES)
+        out.update(_outcome_attachments(rows, (ctx.work / "load_b.json").exists(), _service_records, names))
     return out
 
 

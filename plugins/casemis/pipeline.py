@@ -116,7 +116,7 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -124,7 +124,8 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path, default: Any = None) -> Any:
+def read_json(path: Path, default: Any = None) -> Any:
+    """Read a JSON file written by :func:`write_json` (``default`` when it does not exist)."""
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
 
 
@@ -151,7 +152,7 @@ def guarded(ctx: RunContext, step: str, fn: Callable[[], T]) -> T:
 
 def record_failure(ctx: RunContext, step: str, exc: BaseException) -> None:
     """Write ``<step>.failed.json`` so the report can say which step failed and why."""
-    _write_json(
+    write_json(
         ctx.work / f"{step}.failed.json",
         {"step": step, "error": type(exc).__name__, "message": _safe_message(exc)},
     )
@@ -210,14 +211,14 @@ def stage_file(
         "size": dest.stat().st_size,
         "sha256": sha256_file(dest),
     }
-    files = [f for f in _read_json(ctx.raw / "files.json", []) if f["kind"] != kind]
-    _write_json(ctx.raw / "files.json", sorted([*files, info], key=lambda f: f["kind"]))
+    files = [f for f in read_json(ctx.raw / "files.json", []) if f["kind"] != kind]
+    write_json(ctx.raw / "files.json", sorted([*files, info], key=lambda f: f["kind"]))
     return info
 
 
 def staged_files(ctx: RunContext) -> list[dict[str, Any]]:
     """Fingerprints of the staged files (name, size, sha256)."""
-    return _read_json(ctx.raw / "files.json", [])
+    return read_json(ctx.raw / "files.json", [])
 
 
 # --------------------------------------------------------------------------- validate
@@ -256,7 +257,7 @@ def validate_step(ctx: RunContext) -> dict[str, Any]:
         _write_parquet(_errors_frame(report.errors), ctx.work / f"{report.kind}.errors.parquet")
     status, message = _validation_outcome(ctx, result.reports())
     doc["status"], doc["message"] = status, message
-    _write_json(ctx.work / "validation.json", doc)
+    write_json(ctx.work / "validation.json", doc)
     summary = {
         "status": status,
         "message": message,
@@ -287,7 +288,7 @@ def transform_step(ctx: RunContext, engine: sa.Engine) -> dict[str, Any]:
     """Match rows to Aeries students and build the CSE/CSV rows to load."""
     mapping = load_mapping()
     tables = build_tables(mapping)
-    validation = _read_json(ctx.work / "validation.json")
+    validation = read_json(ctx.work / "validation.json")
     a_info = validation["files"]["table_a"]
     frame_a = pd.read_parquet(ctx.work / "table_a.parquet")
     create_history_tables(engine, tables)  # this project's own tables; a no-op once they exist
@@ -315,7 +316,7 @@ def transform_step(ctx: RunContext, engine: sa.Engine) -> dict[str, Any]:
         # Only students whose service rows were all imported are reconciled (removals).
         troubled = set(services.loc[services["OUTCOME"] != MATCHED, "STU_ID"].dropna().astype(int))
         reconcile = sorted(set(csv["ID"].astype(int)) - troubled)
-        _write_json(ctx.work / "reconcile_ids.json", reconcile)
+        write_json(ctx.work / "reconcile_ids.json", reconcile)
         counts["table_b"] = _outcome_counts(services)
     log.info("matching: %s", counts)
     return counts
@@ -357,7 +358,7 @@ def load_table_a_step(ctx: RunContext, engine: sa.Engine) -> dict[str, int]:
     tables = build_tables(mapping)
     cse = pd.read_parquet(ctx.work / "cse.parquet")
     counts = _in_transaction(engine, ctx.dry_run, lambda conn: load_cse(conn, tables, mapping, cse))
-    _write_json(ctx.work / "load_a.json", counts.as_dict())
+    write_json(ctx.work / "load_a.json", counts.as_dict())
     _write_parquet(pd.DataFrame({"ID": counts.added_ids}), ctx.work / "load_a.added.parquet")
     return counts.as_dict()
 
@@ -371,14 +372,14 @@ def load_table_b_step(ctx: RunContext, engine: sa.Engine) -> dict[str, int] | No
     mapping = load_mapping()
     tables = build_tables(mapping)
     csv = pd.read_parquet(path)
-    reconcile = set(_read_json(ctx.work / "reconcile_ids.json", []))
+    reconcile = set(read_json(ctx.work / "reconcile_ids.json", []))
 
     counts = _in_transaction(
         engine,
         ctx.dry_run,
         lambda conn: load_csv(conn, tables, mapping, csv, reconcile_ids=reconcile, run_id=ctx.run_id),
     )
-    _write_json(ctx.work / "load_b.json", counts.as_dict())
+    write_json(ctx.work / "load_b.json", counts.as_dict())
     return counts.as_dict()
 
 
@@ -482,7 +483,7 @@ def _counts(ctx: RunContext, validation: dict[str, Any]) -> dict[str, Any]:
             read = int(info["rows"])
             errors = read if info["fatal"] else len(info["error_lines"])
             base = {"read": read, "matched": 0, "unmatched": 0, "duplicates": 0, "errors": errors}
-        loaded = _read_json(ctx.work / f"{load_name}.json", {})
+        loaded = read_json(ctx.work / f"{load_name}.json", {})
         base.update({k: int(loaded.get(k, 0)) for k in ("added", "updated", "unchanged")})
         if kind == "table_b":
             base["removed"] = int(loaded.get("removed", 0))
@@ -493,7 +494,7 @@ def _counts(ctx: RunContext, validation: dict[str, Any]) -> dict[str, Any]:
 def _status(ctx: RunContext, validation: dict[str, Any] | None) -> tuple[str, str]:
     failures = sorted(ctx.work.glob("*.failed.json")) if ctx.work.exists() else []
     if failures:
-        first = _read_json(failures[0])
+        first = read_json(failures[0])
         loaded_a = (ctx.work / "load_a.json").exists()
         note = (
             " (CSE was loaded; CSV was not changed)" if loaded_a and first["step"] == "load_table_b" else ""
@@ -588,7 +589,7 @@ def report_step(
     disk before any email is attempted; a mail failure is logged and re-raised after the
     history is recorded, so nothing is lost.
     """
-    validation = _read_json(ctx.work / "validation.json")
+    validation = read_json(ctx.work / "validation.json")
     status, message = _status(ctx, validation)
     files = staged_files(ctx)
     summary: dict[str, Any] = {

@@ -22,13 +22,13 @@ from casemis import paths
 from casemis.pipeline import (
     RAW_NAMES,
     RunContext,
-    _read_json,
-    _write_json,
     guarded,
     last_successful_import,
     now_iso,
+    read_json,
     stage_file,
     staged_files,
+    write_json,
 )
 from casemis.settings import ImportSettings
 
@@ -201,7 +201,7 @@ def poke_files(
     names = list(wanted_names(ctx, settings).values())
     interval = float(settings.stable_seconds)
     state_path = ctx.staging / OBSERVATION_FILE
-    previous = _read_json(state_path)
+    previous = read_json(state_path)
     waiting_since = float(previous.get("waiting_since", previous["observed_at"])) if previous else clock()
 
     observation = make_observation(source.stat_many(names), clock())
@@ -216,7 +216,7 @@ def poke_files(
                 base = observation
             complete = all(observation["files"].values())
     ready = complete and is_stable(base, observation, interval)
-    _write_json(
+    write_json(
         state_path,
         {
             "observed_at": base["observed_at"],
@@ -308,7 +308,7 @@ def _check_unchanged(ctx: RunContext, source: Source, names: dict[str, str]) -> 
 
     now = make_observation(source.stat_many(list(names.values())), time.time())
     state_path = ctx.staging / OBSERVATION_FILE
-    seen = _read_json(state_path)
+    seen = read_json(state_path)
     staged = {f["kind"]: f for f in staged_files(ctx)}
     changed = []
     for kind, name in names.items():
@@ -323,7 +323,7 @@ def _check_unchanged(ctx: RunContext, source: Source, names: dict[str, str]) -> 
     if not changed:
         return
     if seen is not None:
-        _write_json(state_path, {**seen, "observed_at": now["observed_at"], "files": now["files"]})
+        write_json(state_path, {**seen, "observed_at": now["observed_at"], "files": now["files"]})
     raise SourceIntegrityError(
         f"{', '.join(changed)} changed in {source.describe()} after it was found complete "
         "(the vendor may still be writing it); the copy is discarded and the task will retry"
@@ -360,7 +360,7 @@ def not_refreshed(ctx: RunContext, settings: ImportSettings, files: list[dict[st
         engine.dispose()
     if not last or not all(last["sha256"].get(f["kind"]) == f["sha256"] for f in files):
         return None
-    _write_json(marker, {"since": last["finished_at"], "run_id": last["run_id"]})
+    write_json(marker, {"since": last["finished_at"], "run_id": last["run_id"]})
     when = _local_time(last["finished_at"], ctx.timezone)
     return f"the files are the ones imported on {when}; not importing them again"
 
@@ -376,7 +376,7 @@ def _local_time(value: str | None, zone: str) -> str:
 
 def report_extra(ctx: RunContext) -> dict[str, Any]:
     """Report fields for a run that skipped its import because the files were not refreshed."""
-    marker = _read_json(ctx.work / "not_refreshed.json")
+    marker = read_json(ctx.work / "not_refreshed.json")
     if not marker:
         return {}
     return {
